@@ -176,7 +176,7 @@ class MLP:
         return grad_W
 
     def predict(self, X):
-        """Return ``y`` of shape ``(n, sizes[-1])`` for ``X`` of shape ``(n, sizes[0])``."""
+        """Return ``y`` of shape ``(n, sizes[-1])`` for ``X`` of shape (n, sizes[0])."""
         X = self._check_X(X)
         return self.forward(X)[1][-1]
 

@@ -65,7 +65,7 @@ class History:
         return len(self.epochs)
 
     def to_frame(self):
-        """Return a ``pandas.DataFrame`` with columns ``epoch, train_loss, val_loss``."""
+        """Return a ``pandas.DataFrame``: columns ``epoch, train_loss, val_loss``."""
         import pandas as pd
 
         val = self.val_loss if self.val_loss is not None else np.full(len(self), np.nan)
@@ -120,7 +120,7 @@ def get_engine(name):
 
 
 def epoch_order(n, epoch, shuffle, seed):
-    """Sample order of ``epoch`` (1-based): a permutation drawn from ``(seed, epoch)``."""
+    """Sample order of ``epoch`` (1-based), drawn from the stream ``(seed, epoch)``."""
     if not shuffle:
         return np.arange(n)
     return np.random.default_rng([seed, epoch]).permutation(n)
