@@ -200,10 +200,7 @@ class MLP:
                 f"{name} has shape {X.shape}; expected (n_samples, {n_in}) "
                 f"for a net of sizes {self.sizes}"
             )
-        if not np.isfinite(X).all():
-            raise ValueError(
-                f"{name} contains NaN or infinite values; all must be finite"
-            )
+        check_finite(name, X)
         return X
 
     def _check_XT(self, X, T, names=("X", "T")):
@@ -215,11 +212,18 @@ class MLP:
                 f"{names[1]} has shape {T.shape}; expected ({X.shape[0]}, {n_out}): "
                 f"one row per row of {names[0]}, {n_out} outputs"
             )
-        if not np.isfinite(T).all():
-            raise ValueError(
-                f"{names[1]} contains NaN or infinite values; all must be finite"
-            )
+        check_finite(names[1], T)
         return X, T
+
+
+def check_finite(name, A):
+    """Raise ``ValueError`` naming the first NaN or infinite entry of 2-D ``A``."""
+    bad = ~np.isfinite(A)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name}[{i}, {j}] is {A[i, j]}; every value of {name} must be finite"
+        )
 
 
 def half_squared_error(y, T):

@@ -12,6 +12,7 @@ seeded by ``(seed, e)``, so a run resumed at any epoch draws what it would have.
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
@@ -197,12 +198,15 @@ def fit(
         raise ValueError("X_val and T_val must be given together")
     if X_val is not None:
         X_val, T_val = net._check_XT(X_val, T_val, names=("X_val", "T_val"))
+    # Real takes numpy scalars too (np.float32 is not a float).
     if (
         isinstance(lr, bool)
-        or not isinstance(lr, int | float)
+        or not isinstance(lr, Real)
         or not (math.isfinite(lr) and lr > 0)
     ):
-        raise ValueError(f"lr={lr!r} is not allowed; lr must be positive and finite")
+        raise ValueError(
+            f"lr={lr!r} is not allowed; lr must be a positive finite number"
+        )
     _check_int("epochs", epochs, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("start_epoch", start_epoch, 0)
