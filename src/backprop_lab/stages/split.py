@@ -1,0 +1,29 @@
+"""DVC stage `split`: train, validation and test tables under ``paths.processed``."""
+
+import logging
+from pathlib import Path
+
+import hydra
+
+from backprop_lab.config import validate
+from backprop_lab.data import SPLITS, read_table, split_frame, write_table
+
+log = logging.getLogger(__name__)
+
+
+def split(cfg):
+    """Split ``cfg.paths.raw`` into ``{train,val,test}.csv`` in ``paths.processed``."""
+    frame = read_table(cfg.paths.raw)
+    parts = split_frame(frame, cfg.split.test_size, cfg.split.val_size, cfg.split.seed)
+    for name in SPLITS:
+        write_table(parts[name], Path(cfg.paths.processed) / f"{name}.csv")
+    log.info("split sizes: %s", {name: len(parts[name]) for name in SPLITS})
+
+
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="config")
+def main(cfg):
+    split(validate(cfg, "split"))
+
+
+if __name__ == "__main__":
+    main()

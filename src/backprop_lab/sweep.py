@@ -1,0 +1,126 @@
+"""The Hydra callback that turns a multirun into a tracked sweep.
+
+Before any job starts it creates the MLflow store, the experiment and the sweep's
+parent run (jobs find it through an environment variable, which joblib workers
+inherit). When the sweep ends it reads every job's ``job.yaml``, writes the sweep
+table, copies the job with the lowest final validation loss to ``best`` and
+closes the parent run.
+"""
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from hydra.experimental.callback import Callback
+
+from backprop_lab import tracking
+from backprop_lab.data import write_table
+
+log = logging.getLogger(__name__)
+
+JOB_FILES = ("initial.npz", "final.npz", "history.csv", "config.yaml", "job.yaml")
+
+
+class AllJobsFailed(RuntimeError):
+    """No job of the sweep finished; there is no best model."""
+
+
+def sweep_folders(config):
+    """``(jobs, best, table)``: where jobs wrote, where best goes, the table path."""
+    if config.paths.models is None:
+        root = Path(config.hydra.sweep.dir)
+        return root, root / "best", root / "sweep.csv"
+    models = Path(config.paths.models)
+    return models / "sweep", models / "best", Path(config.paths.reports) / "sweep.csv"
+
+
+def collect(jobs_dir):
+    """One row per job folder under ``jobs_dir``, in job order.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``job, overrides, status, epochs, train_loss, val_loss, reason``.
+    """
+    rows = []
+    for folder in sorted(jobs_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
+        if not (folder / "job.yaml").is_file():
+            continue
+        job = yaml.safe_load((folder / "job.yaml").read_text())
+        rows.append(
+            {
+                "job": folder.name,
+                "overrides": " ".join(job["overrides"]),
+                "status": job["status"],
+                "epochs": job["epochs"],
+                "train_loss": job["train_loss"],
+                "val_loss": job["val_loss"],
+                "reason": job["reason"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_job(table):
+    """The row of the finished job with the lowest final validation loss."""
+    finished = table[table["status"] == "ok"]
+    if finished.empty:
+        raise AllJobsFailed(
+            f"all {len(table)} jobs of the sweep failed; see reports/sweep.csv "
+            "and the job logs (a smaller optim.lr usually helps)"
+        )
+    # idxmin takes the first of equal losses: the lowest job number wins ties.
+    return finished.loc[finished["val_loss"].idxmin()]
+
+
+class SweepCallback(Callback):
+    """Parent run and best-model selection around a Hydra multirun."""
+
+    def on_multirun_start(self, config, **kwargs):
+        self.config, self.parent = config, None
+        if not config.tracking.enabled:
+            return
+        sweep_id = uuid.uuid4().hex
+        tracking.ensure_experiment(config)
+        self.parent = tracking.start_run(
+            config, f"sweep-{sweep_id[:8]}", {"sweep_id": sweep_id}
+        )
+        os.environ[tracking.PARENT_ENV] = self.parent
+        os.environ[tracking.SWEEP_ENV] = sweep_id
+
+    def on_multirun_end(self, config, **kwargs):
+        jobs_dir, best_dir, table_path = sweep_folders(config)
+        table = collect(jobs_dir)
+        write_table(table, table_path)
+        try:
+            best = best_job(table)
+        except AllJobsFailed:
+            self._end("FAILED")
+            raise
+        if best_dir.exists():
+            shutil.rmtree(best_dir)
+        best_dir.mkdir(parents=True)
+        for name in JOB_FILES:
+            shutil.copy2(jobs_dir / best["job"] / name, best_dir / name)
+        log.info(
+            "best job %s (%s): val loss %.6g; copied to %s",
+            best["job"],
+            best["overrides"],
+            best["val_loss"],
+            best_dir,
+        )
+        if self.parent is not None:
+            tracking.log_metrics(
+                config, self.parent, {"best_val_loss": best["val_loss"]}
+            )
+            tracking.set_tags(config, self.parent, {"best_job": best["job"]})
+            tracking.log_artifacts(config, self.parent, [table_path])
+        self._end("FINISHED")
+
+    def _end(self, status):
+        if self.parent is not None:
+            tracking.end_run(self.config, self.parent, status)

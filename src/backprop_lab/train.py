@@ -1,0 +1,189 @@
+"""Train one network per Hydra job; a multirun is a sweep.
+
+    python -m backprop_lab.train optim.lr=0.01
+    python -m backprop_lab.train -m model.hidden=[3],[8],[16,16] optim.lr=0.1,0.01
+
+Each job writes ``initial.npz``, ``final.npz``, ``history.csv``, ``config.yaml``
+and ``job.yaml`` (status and final losses) to its folder: Hydra's job folder, or
+``<paths.models>/sweep/<job number>`` when ``paths.models`` is set (the DVC stage).
+:class:`backprop_lab.sweep.SweepCallback` picks the best job when the sweep ends.
+"""
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from backprop_lab import tracking
+from backprop_lab.config import validate
+from backprop_lab.data import inputs_targets, read_table, write_table
+from backprop_lab.files import write_text
+from backprop_lab.network import MLP
+from backprop_lab.training import TrainingDiverged, fit
+from backprop_lab.weights import save_weights
+
+log = logging.getLogger(__name__)
+
+
+def job_folder(cfg, hydra_cfg):
+    """Where this job writes: ``<paths.models>/sweep/<num>`` or Hydra's folder."""
+    if cfg.paths.models is None:
+        return Path(hydra_cfg.runtime.output_dir)
+    return Path(cfg.paths.models) / "sweep" / str(hydra_cfg.job.num)
+
+
+def train_job(cfg, job_dir, overrides=(), name="train"):
+    """Train the network ``cfg`` describes and write its job folder.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The job's resolved config (``data``, ``split``, ``model``, ``optim``,
+        ``paths``, ``tracking``).
+    job_dir : Path
+        Folder for the job's files.
+    overrides : sequence of str
+        The job's command-line overrides, recorded in ``job.yaml``.
+    name : str
+        Run name in MLflow and label of the progress bar.
+
+    Returns
+    -------
+    dict
+        The content of ``job.yaml``: ``status`` (``"ok"`` or ``"failed"``),
+        ``reason``, ``epochs``, ``train_loss``, ``val_loss``, ``overrides``.
+    """
+    processed = Path(cfg.paths.processed)
+    X, T = inputs_targets(read_table(processed / "train.csv"))
+    X_val, T_val = inputs_targets(read_table(processed / "val.csv"))
+    sizes = [X.shape[1], *cfg.model.hidden, T.shape[1]]
+    net = MLP(sizes, cfg.model.activation, cfg.model.init, cfg.model.seed)
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(job_dir / "initial.npz", net.weights)
+    write_text(job_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    run = JobRun(cfg, name, processed / "train.csv") if cfg.tracking.enabled else None
+    progress = _progress(cfg.optim.epochs, name)
+    start = time.perf_counter()
+    result = {"status": "ok", "reason": "", "overrides": list(overrides)}
+
+    def on_block(part):
+        progress.update(len(part))
+        if run is not None:
+            run.add_history(part)
+
+    try:
+        history = fit(
+            net,
+            X,
+            T,
+            lr=cfg.optim.lr,
+            epochs=cfg.optim.epochs,
+            batch_size=cfg.optim.batch_size,
+            shuffle=cfg.optim.shuffle,
+            seed=cfg.optim.seed,
+            X_val=X_val,
+            T_val=T_val,
+            engine=cfg.optim.engine,
+            block_epochs=max(1, cfg.optim.epochs // 100),
+            on_block=on_block,
+        )
+    except TrainingDiverged as err:
+        log.warning("%s: %s", name, err)
+        history = err.history
+        result.update(status="failed", reason=str(err))
+    except BaseException:
+        if run is not None:
+            run.end("KILLED")
+        raise
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+
+    write_table(history.to_frame(), job_dir / "history.csv")
+    if result["status"] == "ok":
+        save_weights(job_dir / "final.npz", net.weights)
+    result.update(
+        epochs=len(history),
+        train_loss=float(history.train_loss[-1]),
+        val_loss=float(history.val_loss[-1]),
+    )
+    write_text(job_dir / "job.yaml", yaml.safe_dump(result, sort_keys=True))
+    log.info(
+        "%s: %s after %d epochs, train loss %.6g, val loss %.6g, %.2f s",
+        name,
+        result["status"],
+        result["epochs"],
+        result["train_loss"],
+        result["val_loss"],
+        seconds,
+    )
+    if run is not None:
+        run.finish(job_dir, result, seconds)
+    return result
+
+
+class JobRun:
+    """The MLflow run of one job: params, buffered metrics, artifacts, status."""
+
+    def __init__(self, cfg, name, train_file):
+        self.cfg = cfg
+        parent = os.environ.get(tracking.PARENT_ENV)
+        tags = {"data_hash": tracking.file_sha256(train_file)}
+        if parent:
+            tags["sweep_id"] = os.environ.get(tracking.SWEEP_ENV, "")
+        self.run_id = tracking.start_run(cfg, name, tags, parent_id=parent)
+        tracking.log_params(cfg, self.run_id, tracking.flat_params(cfg))
+        self.metrics = tracking.MetricBuffer(cfg, self.run_id)
+
+    def add_history(self, part):
+        self.metrics.add("train_loss", part.train_loss, part.epochs)
+        self.metrics.add("val_loss", part.val_loss, part.epochs)
+        if len(self.metrics.points) >= tracking.BATCH:
+            self.metrics.flush()
+
+    def finish(self, job_dir, result, seconds):
+        self.metrics.add("seconds", [seconds], [0])
+        self.metrics.flush()
+        files = [job_dir / n for n in ("initial.npz", "history.csv", "config.yaml")]
+        tags = {"status": result["status"]}
+        if result["status"] == "ok":
+            files.append(job_dir / "final.npz")
+            tags["final_sha256"] = tracking.file_sha256(job_dir / "final.npz")
+        else:
+            tags["failure_reason"] = result["reason"]
+            tags["failure_epoch"] = result["epochs"]
+        tracking.log_artifacts(self.cfg, self.run_id, files)
+        tracking.log_loss_plot(self.cfg, self.run_id, job_dir / "history.csv")
+        tracking.set_tags(self.cfg, self.run_id, tags)
+        self.end("FINISHED" if result["status"] == "ok" else "FAILED")
+
+    def end(self, status):
+        self.metrics.flush()
+        tracking.end_run(self.cfg, self.run_id, status)
+
+
+def _progress(epochs, name):
+    from tqdm.auto import tqdm
+
+    # disable=None: no bar unless the output is a terminal.
+    return tqdm(total=epochs, desc=name, unit="epoch", disable=None, leave=False)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def main(cfg):
+    cfg = validate(cfg, "train")
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("paths.")]
+    name = f"job-{hydra_cfg.job.num}" if hydra_cfg.mode.name == "MULTIRUN" else "train"
+    train_job(cfg, job_folder(cfg, hydra_cfg), overrides, name)
+
+
+if __name__ == "__main__":
+    main()
