@@ -21,6 +21,9 @@ from backprop_lab import tracking
 from backprop_lab.data import write_table
 
 log = logging.getLogger(__name__)
+# The progress bar over jobs lives in the process that runs the sweep; jobs run by
+# joblib workers see None here and leave it alone.
+_jobs_bar = None
 
 JOB_FILES = ("initial.npz", "final.npz", "history.csv", "config.yaml", "job.yaml")
 
@@ -81,6 +84,10 @@ class SweepCallback(Callback):
     """Parent run and best-model selection around a Hydra multirun."""
 
     def on_multirun_start(self, config, **kwargs):
+        global _jobs_bar
+        from tqdm.auto import tqdm
+
+        _jobs_bar = tqdm(desc="sweep", unit="job", disable=None)
         self.config, self.parent = config, None
         if not config.tracking.enabled:
             return
@@ -92,7 +99,13 @@ class SweepCallback(Callback):
         os.environ[tracking.PARENT_ENV] = self.parent
         os.environ[tracking.SWEEP_ENV] = sweep_id
 
+    def on_job_end(self, config, job_return, **kwargs):
+        if _jobs_bar is not None:
+            _jobs_bar.update()
+
     def on_multirun_end(self, config, **kwargs):
+        if _jobs_bar is not None:
+            _jobs_bar.close()
         jobs_dir, best_dir, table_path = sweep_folders(config)
         table = collect(jobs_dir)
         write_table(table, table_path)
