@@ -1,6 +1,148 @@
-"""Config checks run by every stage before any work."""
+"""The config schema, checked by every stage before any work.
+
+A pydantic model per config group gives types and ranges; a few checks that span
+groups (enough samples on each side of a split, a batch no larger than the
+training set) follow. A bad value stops the program with one line naming the
+key, the value and what is allowed.
+"""
+
+import math
+from typing import Annotated, Literal
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from backprop_lab.activations import ACTIVATIONS
+from backprop_lab.network import INITS
+from backprop_lab.training import ENGINES
+
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
+
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Seed = Annotated[int, Field(strict=True, ge=0)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ConfigError(ValueError):
+    """A config value is out of its allowed range; the message is one line."""
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Data(Group):
+    n_samples: PositiveInt
+    n_features: PositiveInt
+    amplitude: float = Field(allow_inf_nan=False)
+    noise: float = Field(ge=0, allow_inf_nan=False)
+    seed: Seed
+
+
+class Split(Group):
+    test_size: Share
+    val_size: Share
+    seed: Seed
+
+
+class Model(Group):
+    hidden: list[PositiveInt]
+    activation: Literal[tuple(ACTIVATIONS)]
+    init: Literal[INITS]
+    seed: Seed
+
+
+class Optim(Group):
+    lr: float = Field(gt=0, allow_inf_nan=False)
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    shuffle: bool = Field(strict=True)
+    seed: Seed
+    engine: Literal[ENGINES]
+
+
+class Tracking(Group):
+    uri: str
+    experiment: str = Field(min_length=1)
+    enabled: bool = Field(strict=True)
+
+    @field_validator("uri")
+    @classmethod
+    def known_scheme(cls, uri):
+        scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(TRACKING_SCHEMES)}")
+        return uri
+
+
+class Paths(Group):
+    raw: str
+    processed: str
+    models: str | None
+    reports: str
+
+
+class Sweep(Group):
+    grid: dict[str, str]
+    launcher: Literal["basic", "joblib"]
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    data: Data
+    split: Split
+    model: Model
+    optim: Optim
+    tracking: Tracking
+    paths: Paths
+    sweep: Sweep
+
+
+def split_sizes(n_samples, test_size, val_size):
+    """Rows in ``(train, val, test)`` as scikit-learn's ``train_test_split`` counts."""
+    n_test = math.ceil(test_size * n_samples)
+    n_val = math.ceil(val_size * (n_samples - n_test))
+    return n_samples - n_test - n_val, n_val, n_test
+
+
+def check(cfg):
+    """Check a composed config; raise :class:`ConfigError` with one line if bad."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    try:
+        Config.model_validate(container)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}"
+            for part in first["loc"]
+        ).lstrip(".")
+        value = first.get("input")
+        if first["type"] == "missing":
+            raise ConfigError(f"config key {key} is missing") from None
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"config key {key} is not known") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{key}={value!r} is not allowed: {message}") from None
+    data, split, optim = cfg.data, cfg.split, cfg.optim
+    train, val, test = split_sizes(data.n_samples, split.test_size, split.val_size)
+    if min(train, val, test) < 1:
+        raise ConfigError(
+            f"split.test_size={split.test_size} and split.val_size={split.val_size} "
+            f"leave (train, val, test) = ({train}, {val}, {test}) of "
+            f"data.n_samples={data.n_samples}; each needs at least 1 sample"
+        )
+    if optim.batch_size > train:
+        raise ConfigError(
+            f"optim.batch_size={optim.batch_size} is not allowed: it must be at most "
+            f"the {train} training samples"
+        )
 
 
 def validate(cfg, stage):
-    """Return ``cfg`` after checking the keys ``stage`` reads."""
+    """Check ``cfg`` for ``stage``; on a bad value exit with one line on stderr."""
+    try:
+        check(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"{stage}: config error: {err}") from None
     return cfg

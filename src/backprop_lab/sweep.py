@@ -18,6 +18,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from backprop_lab import tracking
+from backprop_lab.config import ConfigError, check
 from backprop_lab.data import write_table
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,38 @@ def collect(jobs_dir):
     return pd.DataFrame(rows)
 
 
+def job_overrides(config):
+    """Every job's override list, as Hydra's basic sweeper will expand them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    grid = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in grid.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [
+        job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch
+    ]
+
+
+def check_jobs(config):
+    """Check every job's config before any job starts; exit with one line if bad."""
+    from hydra import compose
+
+    for overrides in job_overrides(config):
+        try:
+            check(compose(config.hydra.job.config_name, overrides=list(overrides)))
+        except ConfigError as err:
+            raise SystemExit(
+                f"sweep: config error in job {' '.join(overrides)}: {err}"
+            ) from None
+
+
 def best_job(table):
     """The row of the finished job with the lowest final validation loss."""
     finished = table[table["status"] == "ok"]
     if finished.empty:
-        raise AllJobsFailed(
-            f"all {len(table)} jobs of the sweep failed; see reports/sweep.csv "
-            "and the job logs (a smaller optim.lr usually helps)"
-        )
+        raise AllJobsFailed(f"all {len(table)} jobs of the sweep failed")
     # idxmin takes the first of equal losses: the lowest job number wins ties.
     return finished.loc[finished["val_loss"].idxmin()]
 
@@ -87,6 +112,7 @@ class SweepCallback(Callback):
         global _jobs_bar
         from tqdm.auto import tqdm
 
+        check_jobs(config)
         _jobs_bar = tqdm(desc="sweep", unit="job", disable=None)
         self.config, self.parent = config, None
         if not config.tracking.enabled:
@@ -111,9 +137,14 @@ class SweepCallback(Callback):
         write_table(table, table_path)
         try:
             best = best_job(table)
-        except AllJobsFailed:
+        except AllJobsFailed as err:
             self._end("FAILED")
-            raise
+            # SystemExit, not an exception: Hydra turns a callback's exceptions
+            # into warnings, and this must fail the stage.
+            raise SystemExit(
+                f"train: {err}; see {table_path} and the job logs "
+                "(a smaller optim.lr usually helps)"
+            ) from None
         if best_dir.exists():
             shutil.rmtree(best_dir)
         best_dir.mkdir(parents=True)
