@@ -59,6 +59,7 @@ class Optim(Group):
     shuffle: bool = Field(strict=True)
     seed: Seed
     engine: Literal[ENGINES]
+    max_loss: float = Field(gt=0)
 
 
 class Tracking(Group):
@@ -87,6 +88,11 @@ class Sweep(Group):
     launcher: Literal["basic", "joblib"]
 
 
+class Checkpoint(Group):
+    every: Annotated[int, Field(strict=True, ge=0)]
+    dir: str
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="ignore")
     data: Data
@@ -96,6 +102,7 @@ class Config(BaseModel):
     tracking: Tracking
     paths: Paths
     sweep: Sweep
+    checkpoint: Checkpoint
 
 
 def split_sizes(n_samples, test_size, val_size):

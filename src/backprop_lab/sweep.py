@@ -7,6 +7,7 @@ table, copies the job with the lowest final validation loss to ``best`` and
 closes the parent run.
 """
 
+import atexit
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from hydra.experimental.callback import Callback
 from backprop_lab import tracking
 from backprop_lab.config import ConfigError, check
 from backprop_lab.data import write_table
+from backprop_lab.train import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
 # The progress bar over jobs lives in the process that runs the sweep; jobs run by
@@ -113,6 +115,7 @@ class SweepCallback(Callback):
         from tqdm.auto import tqdm
 
         check_jobs(config)
+        interrupt_on_sigterm()
         _jobs_bar = tqdm(desc="sweep", unit="job", disable=None)
         self.config, self.parent = config, None
         if not config.tracking.enabled:
@@ -124,6 +127,8 @@ class SweepCallback(Callback):
         )
         os.environ[tracking.PARENT_ENV] = self.parent
         os.environ[tracking.SWEEP_ENV] = sweep_id
+        # A sweep cut short (Ctrl-C, SIGTERM) never reaches on_multirun_end.
+        atexit.register(self._end, "KILLED")
 
     def on_job_end(self, config, job_return, **kwargs):
         if _jobs_bar is not None:
@@ -166,5 +171,9 @@ class SweepCallback(Callback):
         self._end("FINISHED")
 
     def _end(self, status):
-        if self.parent is not None:
-            tracking.end_run(self.config, self.parent, status)
+        """End the parent run (once) and any child a killed worker left RUNNING."""
+        if self.parent is None:
+            return
+        parent, self.parent = self.parent, None
+        tracking.end_open_children(self.config, parent, "KILLED")
+        tracking.end_run(self.config, parent, status)

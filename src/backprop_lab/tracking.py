@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,9 +20,12 @@ log = logging.getLogger(__name__)
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN_ID"
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_ID"
 # Keys of the config that are not parameters of a run.
-NOT_PARAMS = ("paths", "sweep", "tracking")
+NOT_PARAMS = ("paths", "sweep", "tracking", "checkpoint")
 # log_batch accepts at most 1000 metrics per call.
 BATCH = 1000
+# Parallel jobs share one SQLite file: a write that finds it locked waits and
+# tries again, up to RETRIES times with doubling pauses (about 25 s in all).
+RETRIES = 10
 
 
 def tracking_uri(cfg):
@@ -38,7 +42,29 @@ def client(cfg):
 def _client(uri):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return _Retrying(MlflowClient(tracking_uri=uri))
+
+
+class _Retrying:
+    """An ``MlflowClient`` whose calls are retried while the store is locked."""
+
+    def __init__(self, wrapped):
+        self._wrapped = wrapped
+
+    def __getattr__(self, name):
+        attr = getattr(self._wrapped, name)
+        return functools.partial(_with_retries, attr) if callable(attr) else attr
+
+
+def _with_retries(call, *args, **kwargs):
+    for attempt in range(RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if "locked" not in str(err) or attempt == RETRIES - 1:
+                raise
+            log.debug("store locked; retry %d of %s", attempt + 1, call.__name__)
+            time.sleep(0.05 * 2**attempt)
 
 
 def ensure_experiment(cfg):
@@ -131,7 +157,7 @@ class MetricBuffer:
         self.cfg, self.run_id, self.points = cfg, run_id, []
 
     def add(self, key, values, steps):
-        """Queue ``values[i]`` at ``steps[i]`` under ``key``; NaN is skipped."""
+        """Queue ``values[i]`` at ``steps[i]`` under ``key``."""
         self.points += [
             (key, float(v), int(s)) for v, s in zip(values, steps, strict=True)
         ]
@@ -178,6 +204,19 @@ def log_artifacts(cfg, run_id, paths):
 def end_run(cfg, run_id, status="FINISHED"):
     """Mark a run ``FINISHED``, ``FAILED`` or ``KILLED``."""
     client(cfg).set_terminated(run_id, status=status)
+
+
+def end_open_children(cfg, parent_id, status="KILLED"):
+    """End the children of ``parent_id`` still RUNNING (jobs cut short)."""
+    mlflow_client = client(cfg)
+    experiment = mlflow_client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        mlflow_client.set_terminated(run.info.run_id, status=status)
 
 
 def find_run_by_tag(cfg, key, value):

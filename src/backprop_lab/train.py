@@ -11,6 +11,7 @@ and ``job.yaml`` (status and final losses) to its folder: Hydra's job folder, or
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -20,20 +21,27 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from backprop_lab import tracking
+from backprop_lab.checkpoint import Checkpoint, job_key
 from backprop_lab.config import validate
 from backprop_lab.data import inputs_targets, read_table, write_table
 from backprop_lab.files import write_text
 from backprop_lab.network import MLP
-from backprop_lab.training import TrainingDiverged, fit
+from backprop_lab.training import History, TrainingDiverged, fit
 from backprop_lab.weights import save_weights
 
 log = logging.getLogger(__name__)
 
 
 def job_folder(cfg, hydra_cfg):
-    """Where this job writes: ``<paths.models>/sweep/<num>`` or Hydra's folder."""
+    """Where this job writes: Hydra's folder, else ``<paths.models>/sweep/<num>``.
+
+    A single run (no ``--multirun``) with ``paths.models`` set writes to
+    ``<paths.models>/run``.
+    """
     if cfg.paths.models is None:
         return Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode.name != "MULTIRUN":
+        return Path(cfg.paths.models) / "run"
     return Path(cfg.paths.models) / "sweep" / str(hydra_cfg.job.num)
 
 
@@ -44,7 +52,7 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
     ----------
     cfg : DictConfig
         The job's resolved config (``data``, ``split``, ``model``, ``optim``,
-        ``paths``, ``tracking``).
+        ``paths``, ``tracking``, ``checkpoint``).
     job_dir : Path
         Folder for the job's files.
     overrides : sequence of str
@@ -59,8 +67,9 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
         ``reason``, ``epochs``, ``train_loss``, ``val_loss``, ``overrides``.
     """
     processed = Path(cfg.paths.processed)
-    X, T = inputs_targets(read_table(processed / "train.csv"))
-    X_val, T_val = inputs_targets(read_table(processed / "val.csv"))
+    data_files = [processed / "train.csv", processed / "val.csv"]
+    X, T = inputs_targets(read_table(data_files[0]))
+    X_val, T_val = inputs_targets(read_table(data_files[1]))
     sizes = [X.shape[1], *cfg.model.hidden, T.shape[1]]
     net = MLP(sizes, cfg.model.activation, cfg.model.init, cfg.model.seed)
 
@@ -68,18 +77,29 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
     save_weights(job_dir / "initial.npz", net.weights)
     write_text(job_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    run = JobRun(cfg, name, processed / "train.csv") if cfg.tracking.enabled else None
+    every = cfg.checkpoint.every
+    checkpoint = Checkpoint(cfg.checkpoint.dir, job_key(cfg, data_files))
+    done = checkpoint.load() if every else None
+    past = [] if done is None else [done[1]]
+    if done is not None:
+        net.weights = done[0]
+
+    run = JobRun(cfg, name, data_files[0]) if cfg.tracking.enabled else None
     progress = _progress(cfg.optim.epochs, name)
+    for part in past:
+        on_block(part, progress, run)
     start = time.perf_counter()
     result = {"status": "ok", "reason": "", "overrides": list(overrides)}
 
-    def on_block(part):
-        progress.update(len(part))
-        if run is not None:
-            run.add_history(part)
+    def block_done(part):
+        on_block(part, progress, run)
+        past.append(part)
+        epoch = part.epochs[-1]
+        if every and epoch % every == 0 and epoch < cfg.optim.epochs:
+            checkpoint.save(net.weights, History.concat(past))
 
     try:
-        history = fit(
+        fit(
             net,
             X,
             T,
@@ -91,14 +111,18 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
             X_val=X_val,
             T_val=T_val,
             engine=cfg.optim.engine,
-            block_epochs=max(1, cfg.optim.epochs // 100),
-            on_block=on_block,
+            max_loss=cfg.optim.max_loss,
+            start_epoch=int(past[-1].epochs[-1]) if past else 0,
+            block_epochs=every or max(1, cfg.optim.epochs // 100),
+            on_block=block_done,
         )
+        history = History.concat(past)
     except TrainingDiverged as err:
         log.warning("%s: %s", name, err)
-        history = err.history
+        history = History.concat([*past, err.history]) if past else err.history
         result.update(status="failed", reason=str(err))
     except BaseException:
+        # Ctrl-C, SIGTERM (see main) or a bug: the run ends, the checkpoint stays.
         if run is not None:
             run.end("KILLED")
         raise
@@ -115,6 +139,7 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
         val_loss=float(history.val_loss[-1]),
     )
     write_text(job_dir / "job.yaml", yaml.safe_dump(result, sort_keys=True))
+    checkpoint.remove()
     log.info(
         "%s: %s after %d epochs, train loss %.6g, val loss %.6g, %.2f s",
         name,
@@ -127,6 +152,13 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
     if run is not None:
         run.finish(job_dir, result, seconds)
     return result
+
+
+def on_block(part, progress, run):
+    """Advance the progress bar and queue the block's losses for MLflow."""
+    progress.update(len(part))
+    if run is not None:
+        run.add_history(part)
 
 
 class JobRun:
@@ -169,6 +201,15 @@ class JobRun:
         tracking.end_run(self.cfg, self.run_id, status)
 
 
+def interrupt_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt, so runs end KILLED and files stay whole."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _progress(epochs, name):
     from tqdm.auto import tqdm
 
@@ -179,10 +220,17 @@ def _progress(epochs, name):
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg):
     cfg = validate(cfg, "train")
+    interrupt_on_sigterm()
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("paths.")]
     name = f"job-{hydra_cfg.job.num}" if hydra_cfg.mode.name == "MULTIRUN" else "train"
-    train_job(cfg, job_folder(cfg, hydra_cfg), overrides, name)
+    try:
+        train_job(cfg, job_folder(cfg, hydra_cfg), overrides, name)
+    except KeyboardInterrupt:
+        raise SystemExit(
+            f"{name}: interrupted; a rerun resumes from the last checkpoint "
+            f"(every {cfg.checkpoint.every} epochs, in {cfg.checkpoint.dir}/)"
+        ) from None
 
 
 if __name__ == "__main__":

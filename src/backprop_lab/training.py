@@ -65,6 +65,16 @@ class History:
     def __len__(self):
         return len(self.epochs)
 
+    @classmethod
+    def concat(cls, histories):
+        """Join consecutive histories (all with validation losses, or none)."""
+        with_val = histories[0].val_loss is not None
+        return cls(
+            np.concatenate([h.epochs for h in histories]),
+            np.concatenate([h.train_loss for h in histories]),
+            np.concatenate([h.val_loss for h in histories]) if with_val else None,
+        )
+
     def to_frame(self):
         """Return a ``pandas.DataFrame``: columns ``epoch, train_loss, val_loss``."""
         import pandas as pd
@@ -279,8 +289,4 @@ def _concat(parts, with_val):
     if not parts:
         empty = np.empty(0)
         return History(np.empty(0, dtype=int), empty, empty if with_val else None)
-    return History(
-        np.concatenate([p.epochs for p in parts]),
-        np.concatenate([p.train_loss for p in parts]),
-        np.concatenate([p.val_loss for p in parts]) if with_val else None,
-    )
+    return History.concat(parts)
