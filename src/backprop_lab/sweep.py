@@ -20,7 +20,8 @@ from hydra.experimental.callback import Callback
 
 from backprop_lab import tracking
 from backprop_lab.config import ConfigError, check
-from backprop_lab.data import write_table
+from backprop_lab.data import read_table, write_table
+from backprop_lab.stages import one_line_errors
 from backprop_lab.train import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,15 @@ def job_overrides(config):
 
 
 def check_jobs(config):
-    """Check every job's config before any job starts; exit with one line if bad."""
+    """Check every job's config and the data before any job starts.
+
+    Exits with one line naming the job and the bad value, or the bad file.
+    """
     from hydra import compose
 
+    with one_line_errors("sweep"):
+        for name in ("train", "val"):
+            read_table(Path(config.paths.processed) / f"{name}.csv")
     for overrides in job_overrides(config):
         try:
             check(compose(config.hydra.job.config_name, overrides=list(overrides)))

@@ -26,6 +26,7 @@ from backprop_lab.config import validate
 from backprop_lab.data import inputs_targets, read_table, write_table
 from backprop_lab.files import write_text
 from backprop_lab.network import MLP
+from backprop_lab.stages import one_line_errors
 from backprop_lab.training import History, TrainingDiverged, fit
 from backprop_lab.weights import save_weights
 
@@ -225,7 +226,8 @@ def main(cfg):
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("paths.")]
     name = f"job-{hydra_cfg.job.num}" if hydra_cfg.mode.name == "MULTIRUN" else "train"
     try:
-        train_job(cfg, job_folder(cfg, hydra_cfg), overrides, name)
+        with one_line_errors(name):
+            train_job(cfg, job_folder(cfg, hydra_cfg), overrides, name)
     except KeyboardInterrupt:
         raise SystemExit(
             f"{name}: interrupted; a rerun resumes from the last checkpoint "

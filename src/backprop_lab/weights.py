@@ -16,6 +16,10 @@ from backprop_lab.files import atomic_path
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+class WeightsFileError(ValueError):
+    """A weights file is missing, unreadable or not in the ``W1 … WL`` layout."""
+
+
 def save_weights(path, weights):
     """Write ``weights`` to ``path`` as an ``.npz`` with keys ``W1 … WL``.
 
@@ -45,27 +49,27 @@ def load_weights(path):
 
     Raises
     ------
-    ValueError
-        If the file is not an ``.npz`` of keys ``W1 … WL`` holding 2-D float
-        arrays whose shapes chain as layers do.
+    WeightsFileError
+        (a ``ValueError``) If the file is not an ``.npz`` of keys ``W1 … WL``
+        holding 2-D float arrays whose shapes chain as layers do.
     """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a readable weights file ({err})") from err
+        raise WeightsFileError(f"{path}: not a readable weights file ({err})") from err
     expected = [f"W{layer}" for layer in range(1, len(arrays) + 1)]
     if not arrays or sorted(arrays) != sorted(expected):
-        raise ValueError(
+        raise WeightsFileError(
             f"{path}: keys {sorted(arrays)} are not W1 … WL (one array per layer)"
         )
     weights = [arrays[key] for key in expected]
     for layer, W in enumerate(weights, start=1):
         if W.ndim != 2 or W.dtype.kind != "f":
-            raise ValueError(f"{path}: W{layer} must be a 2-D float array")
+            raise WeightsFileError(f"{path}: W{layer} must be a 2-D float array")
         if layer > 1 and W.shape[1] != weights[layer - 2].shape[0] + 1:
-            raise ValueError(
+            raise WeightsFileError(
                 f"{path}: W{layer} has shape {W.shape}; expected "
                 f"({W.shape[0]}, {weights[layer - 2].shape[0] + 1}) after W{layer - 1}"
             )

@@ -20,6 +20,7 @@ from backprop_lab.config import validate
 from backprop_lab.data import inputs_targets, read_table, write_table
 from backprop_lab.files import write_text
 from backprop_lab.network import MLP, half_squared_error
+from backprop_lab.stages import one_line_errors
 from backprop_lab.weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def evaluate(cfg):
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="config")
 def main(cfg):
-    evaluate(validate(cfg, "evaluate"))
+    with one_line_errors("evaluate"):
+        evaluate(validate(cfg, "evaluate"))
 
 
 if __name__ == "__main__":

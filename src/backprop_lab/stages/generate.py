@@ -6,6 +6,7 @@ import hydra
 
 from backprop_lab.config import validate
 from backprop_lab.data import make_sin, write_table
+from backprop_lab.stages import one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ def generate(cfg):
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="config")
 def main(cfg):
-    generate(validate(cfg, "generate"))
+    with one_line_errors("generate"):
+        generate(validate(cfg, "generate"))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import hydra
 
 from backprop_lab.config import validate
 from backprop_lab.data import SPLITS, read_table, split_frame, write_table
+from backprop_lab.stages import one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ def split(cfg):
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="config")
 def main(cfg):
-    split(validate(cfg, "split"))
+    with one_line_errors("split"):
+        split(validate(cfg, "split"))
 
 
 if __name__ == "__main__":
