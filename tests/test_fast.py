@@ -1,5 +1,6 @@
 """The compiled engine: equal to the numpy one, chosen by auto, loud on divergence."""
 
+import importlib
 import subprocess
 import sys
 import warnings
@@ -109,6 +110,19 @@ def test_weights_are_updated_in_place_in_the_callers_arrays():
 def test_auto_engine_is_the_compiled_one():
     assert training.get_engine("auto") is fast.numba_epochs
     assert training.get_engine("numba") is fast.numba_epochs
+
+
+def test_without_numba_auto_falls_back_to_numpy(monkeypatch):
+    # None in sys.modules makes `import numba` raise ImportError, as when it is
+    # not installed; the engine module must then fail to import, not half-work.
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "backprop_lab.fast")
+
+    with pytest.raises(ImportError):
+        importlib.import_module("backprop_lab.fast")
+    assert training.get_engine("auto") is training.numpy_epochs
+    with pytest.raises(ValueError, match=r"^engine='numba' needs numba"):
+        training.get_engine("numba")
 
 
 def seed_task():

@@ -70,7 +70,7 @@ def numba_epochs(net, X, T, orders, lr, batch_size, X_val=None, T_val=None):
     weight_start[1:] = np.cumsum(sizes[1:] * (sizes[:-1] + 1))
     unit_start = np.zeros(len(sizes) + 1, dtype=np.int64)
     unit_start[1:] = np.cumsum(sizes)
-    params = np.concatenate([np.ravel(W) for W in net.weights]).astype(np.float64)
+    params = np.concatenate([np.ravel(W) for W in net.weights], dtype=np.float64)
 
     # One dtype and layout per argument, so that one compiled version (and one
     # cache entry) serves every call.
