@@ -1,8 +1,8 @@
 """Resumable training: weights and history every few epochs, in one atomic file.
 
-A checkpoint is named by a hash of everything that decides the job's result (its
-resolved config, less paths and tracking, and the bytes of its data), so a job
-resumes only from a checkpoint of exactly itself. Epoch ``e`` of :func:`fit`
+A checkpoint is named by a hash of everything that decides the job's result (the
+result groups of its config, the bytes of its data and of the engine's source), so
+a job resumes only from a checkpoint of exactly itself. Epoch ``e`` of :func:`fit`
 draws its order from ``(seed, e)``, so the resumed run ends on the same bits.
 """
 
@@ -11,23 +11,23 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+import yaml
 
+from backprop_lab.config import result_config
 from backprop_lab.files import atomic_path
 from backprop_lab.training import History
 
 log = logging.getLogger(__name__)
 
-# Config groups that do not change what a job computes.
-NOT_RESULT = ("paths", "tracking", "sweep", "checkpoint")
+# The modules whose code decides what an epoch computes.
+ENGINE_FILES = ("activations.py", "network.py", "training.py", "fast.py")
 
 
 def job_key(cfg, data_files):
-    """Hex SHA-256 of the job's result-deciding config and its data files."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in container.items() if k not in NOT_RESULT}
-    digest = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(kept)).encode())
-    for path in data_files:
+    """Hex SHA-256 of the job's result config, its data and the engine's code."""
+    digest = hashlib.sha256(yaml.safe_dump(result_config(cfg)).encode())
+    package = Path(__file__).parent
+    for path in [*data_files, *(package / name for name in ENGINE_FILES)]:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
 

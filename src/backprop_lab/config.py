@@ -16,11 +16,16 @@ from backprop_lab.activations import ACTIVATIONS
 from backprop_lab.network import INITS
 from backprop_lab.training import ENGINES
 
+# The groups that decide what a job computes. The others (paths, tracking, sweep,
+# checkpoint) say where and how it runs and is recorded, never what it computes.
+RESULT_GROUPS = ("data", "split", "model", "optim")
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
 
+# strict: YAML's true is not the number 1, nor "0.1" the number 0.1.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Seed = Annotated[int, Field(strict=True, ge=0)]
-Share = Annotated[float, Field(gt=0, lt=1)]
+Share = Annotated[float, Field(strict=True, gt=0, lt=1)]
 
 
 class ConfigError(ValueError):
@@ -34,8 +39,8 @@ class Group(BaseModel):
 class Data(Group):
     n_samples: PositiveInt
     n_features: PositiveInt
-    amplitude: float = Field(allow_inf_nan=False)
-    noise: float = Field(ge=0, allow_inf_nan=False)
+    amplitude: Number
+    noise: Annotated[Number, Field(ge=0)]
     seed: Seed
 
 
@@ -53,13 +58,13 @@ class Model(Group):
 
 
 class Optim(Group):
-    lr: float = Field(gt=0, allow_inf_nan=False)
+    lr: Annotated[Number, Field(gt=0)]
     epochs: PositiveInt
     batch_size: PositiveInt
     shuffle: bool = Field(strict=True)
     seed: Seed
     engine: Literal[ENGINES]
-    max_loss: float = Field(gt=0)
+    max_loss: Annotated[float, Field(strict=True, gt=0)]
 
 
 class Tracking(Group):
@@ -103,6 +108,12 @@ class Config(BaseModel):
     paths: Paths
     sweep: Sweep
     checkpoint: Checkpoint
+
+
+def result_config(cfg):
+    """The groups of ``cfg`` that decide a job's result, resolved, as a dict."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {group: container[group] for group in RESULT_GROUPS}
 
 
 def split_sizes(n_samples, test_size, val_size):
@@ -150,6 +161,11 @@ def validate(cfg, stage):
     """Check ``cfg`` for ``stage``; on a bad value exit with one line on stderr."""
     try:
         check(cfg)
+        if stage == "evaluate" and cfg.paths.models is None:
+            raise ConfigError(
+                "paths.models=None is not allowed: evaluate needs the folder that "
+                "holds best/ (the DVC stage passes paths.models=models)"
+            )
     except ConfigError as err:
         raise SystemExit(f"{stage}: config error: {err}") from None
     return cfg

@@ -1,15 +1,14 @@
 """The sin dataset, its train/validation/test split, and their CSV files.
 
 Tables have input columns ``x1 … xd`` and target columns ``t1 … tk``. Floats are
-written in their shortest round-trip form and read back with pandas' round-trip
-parser, so a value survives the file bit for bit.
+written in their shortest round-trip form, which pandas (3.0 and later) reads back
+exactly, so a value survives the file bit for bit.
 """
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from backprop_lab.files import atomic_path
 
@@ -64,6 +63,8 @@ def split_frame(frame, test_size, val_size, seed):
     dict
         ``{"train": DataFrame, "val": DataFrame, "test": DataFrame}``.
     """
+    from sklearn.model_selection import train_test_split
+
     train, test = train_test_split(frame, test_size=test_size, random_state=seed)
     train, val = train_test_split(train, test_size=val_size, random_state=seed)
     return {"train": train, "val": val, "test": test}
@@ -101,11 +102,12 @@ def read_table(path, n_inputs=None, n_targets=None):
     if not path.is_file():
         raise DataFileError(f"{path}: file not found; run the stage that writes it")
     try:
-        frame = pd.read_csv(path, float_precision="round_trip")
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
         raise DataFileError(f"{path}: file is empty") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataFileError(f"{path}: not a CSV table ({err})") from err
+        reason = " ".join(str(err).split())
+        raise DataFileError(f"{path}: not a CSV table ({reason})") from err
     x = [c for c in frame.columns if str(c).startswith("x")]
     t = [c for c in frame.columns if str(c).startswith("t")]
     expected = [f"x{i}" for i in range(1, len(x) + 1)]

@@ -45,22 +45,32 @@ def sweep_folders(config):
     return models / "sweep", models / "best", Path(config.paths.reports) / "sweep.csv"
 
 
-def collect(jobs_dir):
-    """One row per job folder under ``jobs_dir``, in job order.
+def collect(jobs_dir, n_jobs=None):
+    """One row per job folder ``0 … n_jobs − 1`` under ``jobs_dir``, in job order.
+
+    Without ``n_jobs``, every numbered folder holding a ``job.yaml``. A sweep
+    passes its own job count, so folders left by an earlier sweep into the same
+    place are not read.
 
     Returns
     -------
     DataFrame
         Columns ``job, overrides, status, epochs, train_loss, val_loss, reason``.
     """
+    if n_jobs is None:
+        names = sorted(
+            (p.name for p in jobs_dir.iterdir() if p.name.isdigit()), key=int
+        )
+    else:
+        names = [str(i) for i in range(n_jobs)]
     rows = []
-    for folder in sorted(jobs_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
-        if not (folder / "job.yaml").is_file():
+    for name in names:
+        if not (jobs_dir / name / "job.yaml").is_file():
             continue
-        job = yaml.safe_load((folder / "job.yaml").read_text())
+        job = yaml.safe_load((jobs_dir / name / "job.yaml").read_text())
         rows.append(
             {
-                "job": folder.name,
+                "job": name,
                 "overrides": " ".join(job["overrides"]),
                 "status": job["status"],
                 "epochs": job["epochs"],
@@ -142,26 +152,36 @@ class SweepCallback(Callback):
             _jobs_bar.update()
 
     def on_multirun_end(self, config, **kwargs):
-        if _jobs_bar is not None:
-            _jobs_bar.close()
-        jobs_dir, best_dir, table_path = sweep_folders(config)
-        table = collect(jobs_dir)
-        write_table(table, table_path)
+        # Hydra turns a callback's exceptions into warnings: anything that goes
+        # wrong here must still fail the stage, so it leaves as SystemExit.
         try:
-            best = best_job(table)
+            self._finish(config)
         except AllJobsFailed as err:
             self._end("FAILED")
-            # SystemExit, not an exception: Hydra turns a callback's exceptions
-            # into warnings, and this must fail the stage.
+            _, _, table_path = sweep_folders(config)
             raise SystemExit(
                 f"train: {err}; see {table_path} and the job logs "
                 "(a smaller optim.lr usually helps)"
             ) from None
-        if best_dir.exists():
-            shutil.rmtree(best_dir)
-        best_dir.mkdir(parents=True)
+        except Exception as err:
+            self._end("FAILED")
+            raise SystemExit(f"train: the sweep could not finish: {err!r}") from err
+
+    def _finish(self, config):
+        if _jobs_bar is not None:
+            _jobs_bar.close()
+        jobs_dir, best_dir, table_path = sweep_folders(config)
+        table = collect(jobs_dir, len(job_overrides(config)))
+        write_table(table, table_path)
+        best = best_job(table)
+        # Copy beside, then swap in: best/ is never half written.
+        staging = best_dir.with_name(f".{best_dir.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         for name in JOB_FILES:
-            shutil.copy2(jobs_dir / best["job"] / name, best_dir / name)
+            shutil.copyfile(jobs_dir / best["job"] / name, staging / name)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        staging.rename(best_dir)
         log.info(
             "best job %s (%s): val loss %.6g; copied to %s",
             best["job"],

@@ -13,14 +13,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from backprop_lab.config import result_config
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN_ID"
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_ID"
-# Keys of the config that are not parameters of a run.
-NOT_PARAMS = ("paths", "sweep", "tracking", "checkpoint")
 # log_batch accepts at most 1000 metrics per call.
 BATCH = 1000
 # Parallel jobs share one SQLite file: a write that finds it locked waits and
@@ -90,12 +88,11 @@ def ensure_experiment(cfg):
 
 
 def flat_params(cfg):
-    """The resolved config as ``{"optim.lr": "0.01", ...}``, run-independent keys only.
+    """The result groups of the config as ``{"optim.lr": "0.01", ...}``.
 
     Lists keep their YAML flow form (``model.hidden`` → ``[16, 16]``) so a sweep's
     runs compare side by side on one key.
     """
-    container = OmegaConf.to_container(cfg, resolve=True)
     flat = {}
 
     def walk(prefix, node):
@@ -106,7 +103,7 @@ def flat_params(cfg):
             else:
                 flat[name] = str(value)
 
-    walk("", {k: v for k, v in container.items() if k not in NOT_PARAMS})
+    walk("", result_config(cfg))
     return flat
 
 
@@ -169,7 +166,8 @@ class MetricBuffer:
         if not self.points:
             return
         mlflow_client = client(self.cfg)
-        metrics = [Metric(k, v, 0, s) for k, v, s in self.points]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, s) for k, v, s in self.points]
         for i in range(0, len(metrics), BATCH):
             mlflow_client.log_batch(
                 self.run_id, metrics=metrics[i : i + BATCH], synchronous=True

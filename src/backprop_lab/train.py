@@ -18,11 +18,10 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
 from backprop_lab import tracking
 from backprop_lab.checkpoint import Checkpoint, job_key
-from backprop_lab.config import validate
+from backprop_lab.config import result_config, validate
 from backprop_lab.data import inputs_targets, read_table, write_table
 from backprop_lab.files import write_text
 from backprop_lab.network import MLP
@@ -76,7 +75,9 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
 
     job_dir.mkdir(parents=True, exist_ok=True)
     save_weights(job_dir / "initial.npz", net.weights)
-    write_text(job_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # Only what decides the result: the file is the same under any launcher,
+    # store or output folder.
+    write_text(job_dir / "config.yaml", yaml.safe_dump(result_config(cfg)))
 
     every = cfg.checkpoint.every
     checkpoint = Checkpoint(cfg.checkpoint.dir, job_key(cfg, data_files))

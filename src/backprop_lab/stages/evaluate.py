@@ -21,7 +21,7 @@ from backprop_lab.data import inputs_targets, read_table, write_table
 from backprop_lab.files import write_text
 from backprop_lab.network import MLP, half_squared_error
 from backprop_lab.stages import one_line_errors
-from backprop_lab.weights import load_weights
+from backprop_lab.weights import WeightsFileError, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,18 @@ def predictions_table(T, Y):
 def evaluate(cfg):
     """Score ``<paths.models>/best`` on ``<paths.processed>/test.csv``."""
     best = Path(cfg.paths.models) / "best"
+    if not (best / "config.yaml").is_file():
+        raise WeightsFileError(
+            f"{best}: no trained model here (config.yaml missing); run the train stage"
+        )
     job_cfg = OmegaConf.load(best / "config.yaml")
     net = MLP.from_weights(
         load_weights(best / "final.npz"), activation=job_cfg.model.activation
     )
-    X, T = inputs_targets(read_table(Path(cfg.paths.processed) / "test.csv"))
+    test = read_table(
+        Path(cfg.paths.processed) / "test.csv", net.sizes[0], net.sizes[-1]
+    )
+    X, T = inputs_targets(test)
     Y = net.predict(X)
     metrics = score(T, Y)
 
