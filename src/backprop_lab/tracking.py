@@ -38,6 +38,10 @@ def client(cfg):
 
 @functools.cache
 def _client(uri):
+    # MLflow 3 reports usage to a server of its own unless told not to; a
+    # pipeline that must run offline and the same everywhere opts out (an explicit
+    # MLFLOW_DISABLE_TELEMETRY=false still wins).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
     return _Retrying(MlflowClient(tracking_uri=uri))
