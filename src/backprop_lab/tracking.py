@@ -16,6 +16,10 @@ from pathlib import Path
 from backprop_lab.config import result_config
 
 log = logging.getLogger(__name__)
+# MLflow 3 reports usage to a server of its own unless told not to; a pipeline
+# that must run offline and the same everywhere opts out before mlflow is
+# imported (an explicit MLFLOW_DISABLE_TELEMETRY=false still wins).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN_ID"
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_ID"
@@ -38,10 +42,6 @@ def client(cfg):
 
 @functools.cache
 def _client(uri):
-    # MLflow 3 reports usage to a server of its own unless told not to; a
-    # pipeline that must run offline and the same everywhere opts out (an explicit
-    # MLFLOW_DISABLE_TELEMETRY=false still wins).
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
     return _Retrying(MlflowClient(tracking_uri=uri))
