@@ -40,7 +40,7 @@ from test_bad_input import (
 TRAIN = ("-m", "backprop_lab.train", *HYDRA_ARGS)
 PARENT_TAG = "mlflow.parentRunId"
 NAN_AT_1 = "training diverged at epoch 1: train loss is nan; try a smaller lr"
-# Long enough to be caught mid-run: 200 epochs of the numpy engine, ~1 s a job.
+# Seconds a subprocess may take to reach a point or to finish.
 WAIT = 300
 
 
@@ -86,6 +86,7 @@ def wait_for(predicate, proc, what, timeout=WAIT):
         if proc.poll() is not None:
             pytest.fail(f"the command ended (exit {proc.returncode}) before {what}")
         if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"no {what} after {timeout} s")
         time.sleep(0.02)
 
