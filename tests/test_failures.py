@@ -325,17 +325,14 @@ def test_sigterm_to_a_joblib_sweep_ends_its_runs_killed(joblib_sweep_terminated)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py: with the joblib launcher the KeyboardInterrupt that SIGTERM "
-    "raises in the sweep's own process (waiting in joblib) is not caught: Python "
-    "prints a traceback and exits by SIGINT instead of one line and status 1",
-)
 def test_sigterm_to_a_joblib_sweep_says_so_in_one_line(joblib_sweep_terminated):
     returncode, output, _, _ = joblib_sweep_terminated
     assert "Traceback" not in output
     assert returncode == 1
-    assert "interrupted" in last_line(output)
+    # joblib's resource tracker, a process of its own, may add its shutdown
+    # warning after ours; ours is the last line the sweep itself writes.
+    ours = [line for line in output.splitlines() if line.startswith("train: ")]
+    assert ours[-1].startswith("train: interrupted; a rerun resumes")
 
 
 def single_run(out, name):
@@ -385,11 +382,6 @@ def test_an_interrupted_run_resumes_to_the_same_bits(project, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint.py Checkpoint.load: np.load of a damaged checkpoint raises "
-    "BadZipFile (a traceback); it should name the file (or warn and start over)",
-)
 def test_a_damaged_checkpoint_is_named_not_a_traceback(project, tmp_path):
     assert interrupt_after_checkpoint(project, tmp_path, "a") == 1
     [checkpoint] = (tmp_path / "ck-a").glob("*.npz")

@@ -157,6 +157,6 @@ def test_truncated_files_are_refused_naming_the_file(tmp_path, keep):
 def test_a_missing_file_is_reported_by_name(tmp_path):
     path = tmp_path / "nowhere.npz"
     with pytest.raises(
-        ValueError, match=rf"^{re.escape(str(path))}: not a readable weights file"
+        ValueError, match=rf"^{re.escape(str(path))}: file not found; run the stage"
     ):
         load_weights(path)

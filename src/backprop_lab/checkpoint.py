@@ -8,6 +8,7 @@ draws its order from ``(seed, e)``, so the resumed run ends on the same bits.
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +54,19 @@ class Checkpoint:
         """Return ``(weights, history)``, or None when there is no checkpoint."""
         if not self.path.is_file():
             return None
-        with np.load(self.path, allow_pickle=False) as archive:
-            n_layers = sum(1 for key in archive.files if key.startswith("W"))
-            weights = [archive[f"W{i}"] for i in range(1, n_layers + 1)]
-            history = History(
-                archive["epochs"], archive["train_loss"], archive["val_loss"]
-            )
+        try:
+            with np.load(self.path, allow_pickle=False) as archive:
+                n_layers = sum(1 for key in archive.files if key.startswith("W"))
+                weights = [archive[f"W{i}"] for i in range(1, n_layers + 1)]
+                history = History(
+                    archive["epochs"], archive["train_loss"], archive["val_loss"]
+                )
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            # Written atomically, so only damage from outside gets here; the
+            # epochs it held are lost either way, and training starts over.
+            log.warning("%s is damaged (%s); starting over", self.path, err)
+            self.remove()
+            return None
         log.info("resuming from %s after epoch %d", self.path, history.epochs[-1])
         return weights, history
 

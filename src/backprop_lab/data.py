@@ -128,5 +128,7 @@ def read_table(path, n_inputs=None, n_targets=None):
     values = frame.to_numpy(dtype=float)
     if not np.isfinite(values).all():
         row = int(np.argmax(~np.isfinite(values).all(axis=1)))
-        raise DataFileError(f"{path}: NaN or infinite value in data row {row + 1}")
+        raise DataFileError(
+            f"{path}: NaN, infinite or missing value in data row {row + 1}"
+        )
     return frame

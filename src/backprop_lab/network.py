@@ -205,6 +205,9 @@ class MLP:
 
     def _check_XT(self, X, T, names=("X", "T")):
         X = self._check_X(X, names[0])
+        if X.shape[0] == 0:
+            # A loss is a mean over samples: it needs at least one.
+            raise ValueError(f"{names[0]} has no rows; need at least one sample")
         T = np.asarray(T, dtype=float)
         n_out = self.sizes[-1]
         if T.ndim != 2 or T.shape != (X.shape[0], n_out):

@@ -236,5 +236,17 @@ def main(cfg):
         ) from None
 
 
+def cli():
+    """``python -m backprop_lab.train``: Ctrl-C or SIGTERM ends in one line."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        # A job turns it into SystemExit itself; this one reached the process
+        # that waits for joblib's workers.
+        raise SystemExit(
+            "train: interrupted; a rerun resumes each job from its last checkpoint"
+        ) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -54,6 +54,8 @@ def load_weights(path):
         holding 2-D float arrays whose shapes chain as layers do.
     """
     path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"{path}: file not found; run the stage that writes it")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
