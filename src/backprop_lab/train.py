@@ -81,24 +81,27 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
 
     every = cfg.checkpoint.every
     checkpoint = Checkpoint(cfg.checkpoint.dir, job_key(cfg, data_files))
-    done = checkpoint.load() if every else None
-    past = [] if done is None else [done[1]]
-    if done is not None:
-        net.weights = done[0]
+    resumed = checkpoint.load() if every else None
+    # The epochs a checkpoint already holds, then each block fit runs.
+    before = []
+    if resumed is not None:
+        net.weights, history = resumed
+        before = [history]
+    parts = list(before)
 
     run = JobRun(cfg, name, data_files[0]) if cfg.tracking.enabled else None
     progress = _progress(cfg.optim.epochs, name)
-    for part in past:
+    for part in before:
         on_block(part, progress, run)
     start = time.perf_counter()
     result = {"status": "ok", "reason": "", "overrides": list(overrides)}
 
     def block_done(part):
         on_block(part, progress, run)
-        past.append(part)
+        parts.append(part)
         epoch = part.epochs[-1]
         if every and epoch % every == 0 and epoch < cfg.optim.epochs:
-            checkpoint.save(net.weights, History.concat(past))
+            checkpoint.save(net.weights, History.concat(parts))
 
     try:
         fit(
@@ -114,14 +117,15 @@ def train_job(cfg, job_dir, overrides=(), name="train"):
             T_val=T_val,
             engine=cfg.optim.engine,
             max_loss=cfg.optim.max_loss,
-            start_epoch=int(past[-1].epochs[-1]) if past else 0,
+            start_epoch=int(before[0].epochs[-1]) if before else 0,
             block_epochs=every or max(1, cfg.optim.epochs // 100),
             on_block=block_done,
         )
-        history = History.concat(past)
+        history = History.concat(parts)
     except TrainingDiverged as err:
         log.warning("%s: %s", name, err)
-        history = History.concat([*past, err.history]) if past else err.history
+        # err.history holds every epoch of this fit, the bad one included.
+        history = History.concat([*before, err.history])
         result.update(status="failed", reason=str(err))
     except BaseException:
         # Ctrl-C, SIGTERM (see main) or a bug: the run ends, the checkpoint stays.
