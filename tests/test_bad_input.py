@@ -4,188 +4,38 @@ A catalogue of typos, absurd values and broken files, each run as the stage's ow
 command (the one in dvc.yaml) in a project that has been through ``dvc repro``.
 Every case runs in its own copy of that project's outputs and MLflow store, so a
 case that writes a file or creates a run is caught and named. The cases run two at
-a time; the project itself is built once per session and shared with
-test_failures.py (see :func:`build_project`).
+a time; the project is the ``small_project`` fixture of conftest.py, built once
+per session and shared with test_failures.py.
 """
 
 import collections
 import concurrent.futures
-import hashlib
-import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-# Environment variables that would send runs elsewhere or change Hydra's messages.
-FOREIGN_ENV = (
-    "HYDRA_FULL_ERROR",
-    "BACKPROP_LAB_PARENT_RUN_ID",
-    "BACKPROP_LAB_SWEEP_ID",
+from helpers import (
+    HYDRA_ARGS,
+    OUTPUT_FOLDERS,
+    TIMEOUT,
+    file_hashes,
+    project_env,
+    python,
+    run_statuses,
 )
-HYDRA_ARGS = ("--config-dir", ".", "--config-name", "pipeline")
-# The small project: 200 samples (train 107, val 27, test 66), 20 epochs, 4 jobs.
-SMALL = {
-    "conf/data/sin.yaml": {"n_samples": "200"},
-    "conf/optim/sgd.yaml": {"epochs": "20"},
-    "conf/sweep/grid.yaml": {"model.hidden": '"[3],[8]"', "optim.lr": '"0.01,0.03"'},
-}
+
+# The small project (helpers.SMALL): 200 samples (train 107, val 27, test 66).
 N_TRAIN = 107
-OUTPUT_FOLDERS = ("data", "models", "reports")
-TIMEOUT = 600
-
-
-# ---------------------------------------------------------------------------
-# The project copy, shared by this module and test_failures.py
-
-
-def project_env(project):
-    """Environment of a command in ``project``: the venv first, the copy's own code."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in FOREIGN_ENV and not k.startswith("MLFLOW_")
-    }
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    # The venv's editable install points at the checkout, which others edit while
-    # the tests run; the copy runs the code it was copied with.
-    env["PYTHONPATH"] = str(Path(project, "src"))
-    return env
-
-
-def run(args, cwd, env=None, check=True, timeout=TIMEOUT):
-    """Run ``args`` in ``cwd`` (a project), ``env`` added to :func:`project_env`.
-
-    Asserts exit status 0 when ``check``.
-    """
-    proc = subprocess.run(
-        [str(a) for a in args],
-        cwd=cwd,
-        env={**project_env(cwd), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check:
-        assert proc.returncode == 0, (
-            f"{' '.join(map(str, args))} exited with {proc.returncode}\n"
-            f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
-        )
-    return proc
-
-
-def git(cwd, *args):
-    return run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd)
-
-
-def set_keys(path, values):
-    """Set ``key: value`` lines of a YAML file; each key must occur once."""
-    text = path.read_text()
-    for key, value in values.items():
-        text, n = re.subn(
-            rf"^(\s*){re.escape(key)}:.*$", rf"\g<1>{key}: {value}", text, flags=re.M
-        )
-        assert n == 1, f"{path}: key {key!r} found {n} times"
-    path.write_text(text)
-
-
-def compose_params(project):
-    """Compose ``<project>/conf`` into ``<project>/params.yaml`` as DVC does."""
-    from dvc.utils.hydra import compose_and_dump
-
-    conf = str(Path(project, "conf").resolve())
-    compose_and_dump(str(Path(project, "params.yaml")), conf, None, "config", conf, [])
-
-
-def edit_config(project, edits):
-    """Apply ``{file: {key: value}}`` to ``conf/`` and recompose params.yaml."""
-    for name, values in edits.items():
-        set_keys(Path(project, name), values)
-    compose_params(project)
-
-
-def build_project(tmp_path_factory):
-    """The small project after ``dvc repro``, built once per session.
-
-    Tests that change its files or run DVC in it work on a copy
-    (:func:`clone_project`); the others point their outputs at temporary folders.
-    """
-    dest = tmp_path_factory.getbasetemp() / "failures-project"
-    done = dest.with_name("failures-project.built")
-    if done.exists():
-        return dest
-    if dest.exists():
-        shutil.rmtree(dest)
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "copy")
-    edit_config(dest, SMALL)
-    git(dest, "commit", "-q", "-a", "-m", "small")
-    run(["dvc", "repro"], dest)
-    done.touch()
-    return dest
-
-
-def clone_project(project, dest):
-    """A full copy (git, DVC cache, MLflow store) for tests that change files."""
-    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns("logs"))
-    return dest
-
-
-def python(*args):
-    return [str(VENV_BIN / "python"), *args]
-
-
-def file_hashes(project, folders=OUTPUT_FOLDERS):
-    """``{relative path: sha256}`` of every file under ``folders`` of ``project``."""
-    hashes = {}
-    for folder in folders:
-        for path in sorted(Path(project, folder).rglob("*")):
-            if path.is_file():
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                hashes[path.relative_to(project).as_posix()] = digest
-    return hashes
 
 
 def changed_files(before, after):
     return sorted(
         k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
     )
-
-
-def mlflow_client(db):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{Path(db).resolve()}")
-
-
-def mlflow_runs(db):
-    """Every run in the SQLite store ``db``, all experiments."""
-    client = mlflow_client(db)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids, max_results=50_000) if ids else []
-
-
-def run_statuses(db):
-    """``{run id: status}`` of the store ``db``."""
-    return {r.info.run_id: r.info.status for r in mlflow_runs(db)}
 
 
 # ---------------------------------------------------------------------------
@@ -940,12 +790,7 @@ def run_case(case, project, case_dir):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return build_project(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def catalogue(request, project, tmp_path_factory):
+def catalogue(request, small_project, tmp_path_factory):
     """Run the selected cases, two at a time: ``{case id: Outcome}``."""
     wanted = {
         item.callspec.params["case"].id
@@ -955,7 +800,9 @@ def catalogue(request, project, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad-input")
     cases = [c for c in CASES if c.id in wanted]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {c.id: pool.submit(run_case, c, project, root / c.id) for c in cases}
+        futures = {
+            c.id: pool.submit(run_case, c, small_project, root / c.id) for c in cases
+        }
         outcomes = {key: future.result() for key, future in futures.items()}
     for key, outcome in outcomes.items():
         outcome.statuses = run_statuses(root / key / "mlflow.db")
@@ -963,8 +810,8 @@ def catalogue(request, project, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def statuses_before(project):
-    return run_statuses(project / "mlflow.db")
+def statuses_before(small_project):
+    return run_statuses(small_project / "mlflow.db")
 
 
 def test_catalogue_covers_every_stage_with_30_cases():

@@ -2,9 +2,9 @@
 
 Also the determinism matrix (same bits across reruns, launchers, worker counts and
 tracking on or off) and the security rules (no pickle, no eval, the MLflow UI on
-127.0.0.1). The end-to-end tests run the train stage in the project that
-test_bad_input.py builds once per session, with outputs sent to temporary
-folders; the interruption test works on its own copy.
+127.0.0.1). The end-to-end tests run the train stage in the small project that
+conftest.py builds once per session (shared with test_bad_input.py), with outputs
+sent to temporary folders; the interruption test works on its own copy.
 """
 
 import ast
@@ -24,10 +24,9 @@ from backprop_lab.checkpoint import Checkpoint
 from backprop_lab.data import inputs_targets, make_sin
 from backprop_lab.network import MLP
 from backprop_lab.training import History, fit
-from test_bad_input import (
+from helpers import (
     HYDRA_ARGS,
     ROOT,
-    build_project,
     clone_project,
     edit_config,
     mlflow_client,
@@ -42,11 +41,6 @@ PARENT_TAG = "mlflow.parentRunId"
 NAN_AT_1 = "training diverged at epoch 1: train loss is nan; try a smaller lr"
 # Seconds a subprocess may take to reach a point or to finish.
 WAIT = 300
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return build_project(tmp_path_factory)
 
 
 def sweep(project, out, *overrides, env=None, check=True):
@@ -123,9 +117,9 @@ def start(args, cwd, log):
 
 
 @pytest.mark.slow
-def test_diverging_jobs_fail_and_the_sweep_goes_on(project, tmp_path):
+def test_diverging_jobs_fail_and_the_sweep_goes_on(small_project, tmp_path):
     db = tmp_path / "runs.db"
-    proc = sweep(project, tmp_path, "optim.lr=0.01,1000", env=store(db))
+    proc = sweep(small_project, tmp_path, "optim.lr=0.01,1000", env=store(db))
     models = tmp_path / "models"
 
     table = pd.read_csv(tmp_path / "reports" / "sweep.csv")
@@ -168,11 +162,11 @@ def test_diverging_jobs_fail_and_the_sweep_goes_on(project, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_jobs_all_fail_exits_1(project, tmp_path):
+def test_a_sweep_whose_jobs_all_fail_exits_1(small_project, tmp_path):
     # lr 0.01 starts near loss 11 on this data, above max_loss; lr 1000 gives NaN.
     db = tmp_path / "runs.db"
     overrides = ("model.hidden=[3]", "optim.lr=0.01,1000", "optim.max_loss=1.0")
-    proc = sweep(project, tmp_path, *overrides, env=store(db), check=False)
+    proc = sweep(small_project, tmp_path, *overrides, env=store(db), check=False)
     table_path = tmp_path / "reports" / "sweep.csv"
 
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -223,8 +217,10 @@ def no_partial_files(project):
 
 
 @pytest.mark.slow
-def test_sigterm_during_dvc_repro_leaves_a_state_dvc_repro_completes(project, tmp_path):
-    copy = clone_project(project, tmp_path / "project")
+def test_sigterm_during_dvc_repro_leaves_a_state_dvc_repro_completes(
+    small_project, tmp_path
+):
+    copy = clone_project(small_project, tmp_path / "project")
     edit_config(
         copy,
         {
@@ -278,7 +274,7 @@ def test_sigterm_during_dvc_repro_leaves_a_state_dvc_repro_completes(project, tm
 
 
 @pytest.fixture(scope="module")
-def joblib_sweep_terminated(project, tmp_path_factory):
+def joblib_sweep_terminated(small_project, tmp_path_factory):
     """A joblib sweep (2 workers) sent SIGTERM once a checkpoint exists.
 
     Returns ``(exit code, output, folder, runs)``.
@@ -301,8 +297,8 @@ def joblib_sweep_terminated(project, tmp_path_factory):
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             args,
-            cwd=project,
-            env={**project_env(project), **store(out / "runs.db")},
+            cwd=small_project,
+            env={**project_env(small_project), **store(out / "runs.db")},
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -360,16 +356,16 @@ def interrupt_after_checkpoint(project, out, name):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_same_bits(project, tmp_path):
-    straight = start(single_run(tmp_path, "b"), project, tmp_path / "b.log")
-    assert interrupt_after_checkpoint(project, tmp_path, "a") == 1
+def test_an_interrupted_run_resumes_to_the_same_bits(small_project, tmp_path):
+    straight = start(single_run(tmp_path, "b"), small_project, tmp_path / "b.log")
+    assert interrupt_after_checkpoint(small_project, tmp_path, "a") == 1
     assert last_line((tmp_path / "a.log").read_text()) == (
         "train: interrupted; a rerun resumes from the last checkpoint (every 5 "
         f"epochs, in {tmp_path / 'ck-a'}/)"
     )
     assert not (tmp_path / "a" / "run" / "final.npz").exists()
 
-    rerun = run(single_run(tmp_path, "a"), project)
+    rerun = run(single_run(tmp_path, "a"), small_project)
     assert straight.wait(timeout=WAIT) == 0, (tmp_path / "b.log").read_text()
 
     assert re.search(r"resuming from \S+ after epoch \d+", rerun.stdout + rerun.stderr)
@@ -382,12 +378,12 @@ def test_an_interrupted_run_resumes_to_the_same_bits(project, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_checkpoint_is_named_not_a_traceback(project, tmp_path):
-    assert interrupt_after_checkpoint(project, tmp_path, "a") == 1
+def test_a_damaged_checkpoint_is_named_not_a_traceback(small_project, tmp_path):
+    assert interrupt_after_checkpoint(small_project, tmp_path, "a") == 1
     [checkpoint] = (tmp_path / "ck-a").glob("*.npz")
     checkpoint.write_bytes(checkpoint.read_bytes()[:200])
 
-    rerun = run(single_run(tmp_path, "a"), project, check=False)
+    rerun = run(single_run(tmp_path, "a"), small_project, check=False)
 
     output = rerun.stdout + rerun.stderr
     assert "Traceback" not in output
@@ -432,10 +428,10 @@ def test_fit_resumed_from_a_checkpoint_equals_fit_straight(
 
 
 @pytest.mark.slow
-def test_a_parallel_sweep_loses_no_run_and_no_metric_point(project, tmp_path):
+def test_a_parallel_sweep_loses_no_run_and_no_metric_point(small_project, tmp_path):
     db = tmp_path / "runs.db"
     sweep(
-        project,
+        small_project,
         tmp_path,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
@@ -475,9 +471,9 @@ def job_bytes(models):
 
 
 @pytest.mark.slow
-def test_outputs_are_the_same_bits_in_every_launcher(project, tmp_path):
+def test_outputs_are_the_same_bits_in_every_launcher(small_project, tmp_path):
     # The DVC stage's own run (basic launcher, tracking on) is the reference.
-    reference = job_bytes(project / "models")
+    reference = job_bytes(small_project / "models")
     assert len(reference) == 2 * 5
     variants = {
         "again": (),
@@ -496,11 +492,11 @@ def test_outputs_are_the_same_bits_in_every_launcher(project, tmp_path):
             f"hydra.sweep.dir={out / 'sweep'}",
             *overrides,
         )
-        procs[name] = start(args, project, tmp_path / f"{name}.log")
+        procs[name] = start(args, small_project, tmp_path / f"{name}.log")
     for name, proc in procs.items():
         assert proc.wait(timeout=WAIT) == 0, (tmp_path / f"{name}.log").read_text()
 
-    table = (project / "reports" / "sweep.csv").read_bytes()
+    table = (small_project / "reports" / "sweep.csv").read_bytes()
     for name in variants:
         got = job_bytes(tmp_path / name / "models")
         assert sorted(got) == sorted(reference), name

@@ -1,11 +1,10 @@
 """The pipeline end to end: DVC stages, the Hydra sweep, MLflow runs, reproducibility.
 
-The slow tests run ``dvc repro`` in copies of the project (see conftest.py); a
-small config (200 samples, 20 epochs, a grid of 4) keeps them quick, except the
-quality check, which needs the project's own config.
+The slow tests run ``dvc repro`` in copies of the project (see conftest.py and
+helpers.py); a small config (200 samples, 20 epochs, a grid of 4) keeps them
+quick, except the quality check, which needs the project's own config.
 """
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -19,23 +18,20 @@ from backprop_lab import MLP, load_weights
 from backprop_lab.data import inputs_targets, read_table
 from backprop_lab.sweep import AllJobsFailed, best_job, collect
 from backprop_lab.tracking import flat_params
-from conftest import (
+from helpers import (
     ROOT,
     SMALL_EPOCHS,
     SMALL_GRID,
     compose_params,
     file_hashes,
     run,
+    sha256,
 )
 
 JOB_FILES = ("initial.npz", "final.npz", "history.csv", "config.yaml", "job.yaml")
 RUN_ARTIFACTS = {"initial.npz", "final.npz", "history.csv", "config.yaml"}
 PARENT_TAG = "mlflow.parentRunId"
 NOTEBOOK_JOB = "model.hidden=[3] optim.lr=1e-05"
-
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sweep_table(project):
