@@ -1,7 +1,7 @@
 """Speed of our two engines next to their peers, on the same jobs, in one process.
 
 Run ``python benchmarks/run.py`` (``make bench``); ``BENCH_QUICK=1`` runs fewer
-epochs and repeats, for a smoke test. It prints one table and writes
+epochs and repeats, for a smoke test. It prints tables and writes
 ``benchmarks/results.json``: per job and runner, the median over repeats of the
 time per SGD step and per epoch, and each one's ratio to ours compiled (the
 numba engine), so ``ratio 50`` means fifty times slower than ours.
@@ -12,6 +12,11 @@ and listing it in :data:`JOBS`. Slow runners train
 fewer epochs; times are per step and per epoch, so they compare all the same.
 Every runner is warmed up once (numba compiles or loads its cache then), and
 BLAS runs on one thread, so no one gets more cores than the compiled loop.
+
+Then ``pipeline.py`` times job (c), the default pipeline through
+``dvc repro --force`` in a fresh clone, serial and with the joblib launcher,
+and what a sweep pays besides training: process start, imports, Hydra's job
+setup, MLflow. Those tables print after the first and go into the same JSON.
 """
 
 import importlib.util
@@ -36,6 +41,7 @@ from sklearn.neural_network import MLPRegressor
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import notebook_loop
+import pipeline
 from backprop_lab import MLP, fit
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
@@ -321,6 +327,13 @@ def main():
         f"first call {start['first_call_s']:.3f} s"
     )
 
+    sections = pipeline.measure_all(QUICK)
+    for key, section_rows in sections.items():
+        print(f"\n{pipeline.SECTIONS[key]}")
+        frame = pd.DataFrame(section_rows).astype(object)
+        frame = frame.where(frame.notna(), None)
+        print(frame.to_markdown(index=False, floatfmt=".3g", missingval=""))
+
     RESULTS.write_text(
         json.dumps(
             {
@@ -328,10 +341,13 @@ def main():
                 "pytorch": "not installed, skipped" if not torch else "not run",
                 "startup": start,
                 "rows": rows,
+                **sections,
             },
             indent=2,
+            ensure_ascii=False,
         )
-        + "\n"
+        + "\n",
+        encoding="utf-8",
     )
 
 
