@@ -546,8 +546,8 @@ CASES = [
         "train-sweep-one-bad-job",
         "train",
         ("optim.lr=0.01,-1",),
-        "sweep: config error in job model.hidden=[3] optim.lr=-1 "
-        f"paths.models=models: {'optim.lr=-1'} is not allowed: {GT0}",
+        "sweep: config error in job model.hidden=[3] optim.lr=-1: "
+        f"{'optim.lr=-1'} is not allowed: {GT0}",
     ),
     Case(
         "train-unknown-key",

@@ -110,9 +110,10 @@ def check_jobs(config):
         try:
             check(compose(config.hydra.job.config_name, overrides=list(overrides)))
         except ConfigError as err:
-            raise SystemExit(
-                f"sweep: config error in job {' '.join(overrides)}: {err}"
-            ) from None
+            # paths.* are set by the stage command, not chosen by the user.
+            shown = " ".join(o for o in overrides if not o.startswith("paths."))
+            where = f" in job {shown}" if shown else ""
+            raise SystemExit(f"sweep: config error{where}: {err}") from None
 
 
 def best_job(table):
@@ -185,7 +186,7 @@ class SweepCallback(Callback):
         log.info(
             "best job %s (%s): val loss %.6g; copied to %s",
             best["job"],
-            best["overrides"],
+            best["overrides"] or "no overrides",
             best["val_loss"],
             best_dir,
         )
